@@ -1,0 +1,163 @@
+"""The ``clipbench`` command line: ``clipbench eval [Hydra overrides]``.
+
+Configuration mistakes end with one line on stderr and exit status 2; input and loading
+errors (missing data folder, unavailable weights) end with one line and status 1. Add
+``-v`` (or ``verbose=true``) for the full traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from clipbench.config import register_resolvers, validate_config
+from clipbench.errors import ClipbenchError, ConfigError
+
+log = logging.getLogger("clipbench")
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+USAGE = """usage: clipbench COMMAND [OVERRIDES...]
+
+commands:
+  eval      zero-shot evaluation of one model on one data set (Hydra; -m for a sweep)
+
+examples:
+  clipbench eval
+  clipbench eval model=vit_b32_laion2b dataset=imagenet_folder dataset.root=/data/imagenet/val
+  clipbench eval --cfg job            print the composed configuration
+  clipbench eval -v ...               full tracebacks on errors
+"""
+_HYDRA_INFO_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve", "--package", "-p"}
+_MULTIRUN_FLAGS = {"-m", "--multirun"}
+
+
+def _fail(command: str, message: str, status: int) -> int:
+    sys.stderr.write(f"clipbench {command}: error: {message}\n")
+    return status
+
+
+def _sweep_free(overrides: Sequence[str]) -> list[list[str]]:
+    """Expand sweep overrides (``a=x,y``) into every combination of plain overrides."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    combinations: list[list[str]] = [[]]
+    for override in parsed:
+        if override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+        else:
+            values = [override.get_value_element_as_str()]
+        key = override.get_key_element()
+        combinations = [combo + [f"{key}={value}"] for combo in combinations for value in values]
+    return combinations
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Compose and validate the configuration for every job the overrides describe.
+
+    Raises ConfigError with a one-line message, so a sweep with one misspelt model name
+    fails before any job starts.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    user_overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    try:
+        jobs = _sweep_free(user_overrides)
+    except HydraException as err:
+        raise ConfigError(f"invalid override syntax: {str(err).splitlines()[0]}") from err
+
+    for job_overrides in jobs:
+        try:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                cfg = compose(config_name="config", overrides=job_overrides)
+        except (HydraException, OmegaConfBaseException) as err:
+            raise ConfigError(_composition_message(err)) from err
+        validate_config(cfg)
+
+
+def _composition_message(err: Exception) -> str:
+    """Condense Hydra's multi-line composition error into one line that lists the valid options."""
+    lines = str(err).splitlines()
+    headline = next((line.strip() for line in lines if line.strip()), type(err).__name__)
+    detail = next((line.strip() for line in lines if "Could not find" in line), headline)
+    for i, line in enumerate(lines):
+        if line.startswith("Available options in"):
+            group = line.removeprefix("Available options in").strip().rstrip(":").strip("'")
+            options = []
+            for option in lines[i + 1:]:
+                if not option.startswith(("\t", " ")) or not option.strip():
+                    break
+                options.append(option.strip())
+            return f"{detail.split(': ', 1)[-1]}; available options for {group}: {', '.join(options)}"
+    return headline
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def eval_job(cfg: DictConfig) -> float | None:
+    """One Hydra job: validate the configuration, evaluate, and return top-1 (for sweepers)."""
+    from clipbench.evaluation import run_evaluation
+
+    typed = validate_config(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        result = run_evaluation(typed, run_dir)
+    except ClipbenchError as err:
+        if typed.verbose:
+            raise
+        log.error("%s (run with -v for the full traceback)", err)
+        sys.exit(1)
+
+    if result.mlflow_run_id:
+        log.info("MLflow run %s in %s (open with: mlflow ui --backend-store-uri %s)",
+                 result.mlflow_run_id, result.tracking_uri, result.tracking_uri)
+    if result.tracking_error:
+        sys.exit(1)
+    return result.report.top1
+
+
+def run_eval_command(arguments: Sequence[str]) -> int:
+    arguments = list(arguments)
+    verbose = any(a in ("-v", "--verbose") for a in arguments) or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    arguments = [a for a in arguments if a not in ("-v", "--verbose")]
+    if verbose:
+        arguments.append("verbose=true")
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+
+    if not any(a.split("=")[0] in _HYDRA_INFO_FLAGS for a in arguments):
+        overrides = [a for a in arguments if a not in _MULTIRUN_FLAGS and not a.startswith("-")]
+        try:
+            check_overrides(overrides)
+        except ConfigError as err:
+            if verbose:
+                raise
+            return _fail("eval", str(err), 2)
+
+    sys.argv = [sys.argv[0]] + arguments
+    eval_job()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    register_resolvers()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        sys.stdout.write(USAGE)
+        return 0 if argv else 2
+
+    command, arguments = argv[0], argv[1:]
+    if command == "eval":
+        return run_eval_command(arguments)
+    return _fail(command, f"unknown command {command!r}; run `clipbench --help` for the commands", 2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

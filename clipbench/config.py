@@ -1,0 +1,153 @@
+"""Typed schema of the ``clipbench eval`` configuration.
+
+The YAML files under ``conf/`` are composed by Hydra; the result is merged into these
+dataclasses, so a misspelt key or a value of the wrong type fails with the key's full name
+before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from clipbench.errors import ConfigError
+from clipbench.offline_model import ASSETS_DIR
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class BadImagePolicy(str, Enum):
+    skip = "skip"
+    fail = "fail"
+
+
+class ClassScope(str, Enum):
+    all = "all"
+    subset = "subset"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "clipbench-tiny"
+    pretrained: Optional[str] = None
+    checkpoint: Optional[str] = None
+    quick_gelu: Optional[bool] = None
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "shapes"
+    root: Optional[str] = None
+    class_index: Optional[str] = None
+    class_scope: ClassScope = ClassScope.all
+    classnames_file: Optional[str] = None
+    hf_path: Optional[str] = None
+    split: str = "validation"
+    revision: Optional[str] = None
+    cache_dir: Optional[str] = None
+    image_column: str = "image"
+    label_column: str = "label"
+    images_per_class: int = 10
+    seed: int = 2
+    limit_per_class: Optional[int] = None
+    limit_total: Optional[int] = None
+
+
+@dataclass
+class PromptsConfig:
+    name: str = "openai"
+    templates: Optional[List[str]] = None
+    file: Optional[str] = None
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"
+    precision: Precision = Precision.fp32
+    batch_size: int = 64
+    num_workers: int = 2
+    on_bad_image: BadImagePolicy = BadImagePolicy.skip
+    max_image_pixels: Optional[int] = None
+    warmup_batches: int = 1
+    latency_requests: int = 20
+    feature_cache: bool = True
+    cache_dir: Optional[str] = None
+    progress: bool = True
+    num_confusions: int = 20
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: Optional[str] = None
+    experiment: str = "clipbench-eval"
+    run_name: Optional[str] = None
+
+
+@dataclass
+class EvalConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    verbose: bool = False
+
+
+def _asset_path(name: str) -> str:
+    return str(ASSETS_DIR / name)
+
+
+def register_resolvers() -> None:
+    """Register ``${clipbench_asset:FILE}``, which resolves to a file shipped in the package."""
+    if not OmegaConf.has_resolver("clipbench_asset"):
+        OmegaConf.register_new_resolver("clipbench_asset", _asset_path)
+
+
+def validate_config(cfg: DictConfig | dict[str, Any]) -> EvalConfig:
+    """Merge a composed configuration into the schema; raise ConfigError naming the bad key."""
+    register_resolvers()
+    raw = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)) if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    raw.pop("hydra", None)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(EvalConfig), raw)
+        OmegaConf.resolve(merged)
+        typed = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_one_line(err)) from err
+    _check_ranges(typed)
+    return typed
+
+
+def _one_line(err: OmegaConfBaseException) -> str:
+    message = str(err).splitlines()[0]
+    key = getattr(err, "full_key", None)
+    return f"invalid configuration at {key}: {message}" if key else f"invalid configuration: {message}"
+
+
+def _check_ranges(cfg: EvalConfig) -> None:
+    checks = [
+        ("runtime.batch_size", cfg.runtime.batch_size, 1),
+        ("runtime.num_workers", cfg.runtime.num_workers, 0),
+        ("runtime.warmup_batches", cfg.runtime.warmup_batches, 0),
+        ("runtime.latency_requests", cfg.runtime.latency_requests, 0),
+        ("dataset.images_per_class", cfg.dataset.images_per_class, 1),
+    ]
+    for key, value, minimum in checks:
+        if value < minimum:
+            raise ConfigError(f"invalid configuration at {key}: {value} is below the minimum {minimum}")
+    for key in ("limit_per_class", "limit_total"):
+        value = getattr(cfg.dataset, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"invalid configuration at dataset.{key}: {value}; use a positive number or null")
+    if cfg.runtime.max_image_pixels is not None and cfg.runtime.max_image_pixels < 1:
+        raise ConfigError(f"invalid configuration at runtime.max_image_pixels: {cfg.runtime.max_image_pixels}")
