@@ -53,10 +53,13 @@ def safetensors_metadata(path: str | Path) -> dict[str, str]:
     """Return the string metadata stored in a safetensors header (empty for other formats)."""
     if Path(path).suffix.lower() != ".safetensors":
         return {}
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        return dict(handle.metadata() or {})
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except SafetensorError as err:
+        raise ModelLoadError(f"checkpoint {path} is not a valid safetensors file: {err}") from err
 
 
 def _unwrap(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:

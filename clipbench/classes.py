@@ -72,10 +72,12 @@ def load_class_index(path: str | Path) -> ClassIndex:
 
     entries: dict[int, tuple[str, str]] = {}
     for key, value in raw.items():
-        if not str(key).isdigit():
+        if not (str(key).isascii() and str(key).isdigit()):
             raise ConfigError(f"class index {path}: key {key!r} is not a class index (expected \"0\", \"1\", ...)")
         if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) and v for v in value)):
             raise ConfigError(f"class index {path}: key {key!r} must map to [wnid, class name], got {value!r}")
+        if int(key) in entries:
+            raise ConfigError(f"class index {path}: key {key!r} repeats class index {int(key)}")
         entries[int(key)] = (value[0], value[1])
 
     missing = sorted(set(range(len(entries))) - set(entries))

@@ -76,8 +76,9 @@ def run_inference(
     """Score every image against the classifier.
 
     Rejected images are skipped and listed (``on_bad_image="skip"``) or stop the run with a
-    DatasetError naming the first one (``"fail"``). Throughput counts only batches after the
-    first ``warmup_batches``; each batch's latency covers transfer, encoding and scoring.
+    DatasetError naming the first one (``"fail"``). Throughput counts only the encoded batches
+    after the first ``warmup_batches`` of them, so a batch whose images were all rejected is
+    not a warm-up batch. Each batch's latency covers transfer, encoding and scoring.
     """
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise DatasetError(f"invalid runtime.on_bad_image {on_bad_image!r}: use one of {', '.join(BAD_IMAGE_POLICIES)}")
@@ -88,7 +89,8 @@ def run_inference(
     output = InferenceOutput(torch.empty(0), torch.empty(0, dtype=torch.long), [])
     logits, targets = [], []
     progress = tqdm(total=len(images), desc=f"Evaluating {images.name}", unit="img", disable=not show_progress)
-    for batch_number, batch in enumerate(loader):
+    encoded_batches = 0
+    for batch in loader:
         if batch.skipped:
             if on_bad_image == "fail":
                 progress.close()
@@ -109,10 +111,11 @@ def run_inference(
 
         output.all_images += len(batch.labels)
         output.all_seconds += elapsed_s
-        if batch_number >= warmup_batches:
+        if encoded_batches >= warmup_batches:
             output.batch_latencies_ms.append(elapsed_s * 1000)
             output.timed_images += len(batch.labels)
             output.timed_seconds += elapsed_s
+        encoded_batches += 1
         logits.append(batch_logits)
         targets.append(batch.labels)
         output.sample_ids.extend(batch.sample_ids)

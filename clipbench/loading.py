@@ -226,6 +226,16 @@ def _build_from_tag_or_checkpoint(spec: ModelSpec, phases: dict[str, float]) -> 
     return model, weights_path
 
 
+def _load_tokenizer(spec: ModelSpec) -> Callable:
+    """Build the architecture's tokenizer; some (SigLIP, for one) come from the hub as files."""
+    try:
+        return open_clip.get_tokenizer(spec.model_name, cache_dir=spec.cache_dir)
+    except ImportError as err:
+        raise ModelLoadError(f"the tokenizer of {spec.model_name} needs the package {err.name!r}: pip install {err.name}") from err
+    except (OSError, ValueError) as err:  # huggingface_hub raises OSError subclasses for cache misses offline
+        raise _offline_hint(err, spec) from err
+
+
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Build the model, load its weights, move it to its device in eval mode, and time each phase.
 
@@ -247,7 +257,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         model = model.to(device).eval()
 
     preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
-    tokenizer = open_clip.get_tokenizer(spec.model_name, cache_dir=spec.cache_dir)
+    tokenizer = _load_tokenizer(spec)
     sha256 = file_sha256(weights_path) if weights_path and Path(weights_path).is_file() else None
     loaded = LoadedModel(spec, model, preprocess, tokenizer, device, weights_path, sha256, phases, count_parameters(model))
     log.info(

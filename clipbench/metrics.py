@@ -1,6 +1,8 @@
 """Classification metrics as CLIP_benchmark reports them: top-1, top-5, mean per-class recall.
 
 All functions take logits ``(num_images, num_classes)`` and integer targets ``(num_images,)``.
+Tied logits rank the lower class index first, as ``argmax`` does, so top-1 accuracy and the
+per-class recalls always score the same prediction.
 """
 
 from __future__ import annotations
@@ -11,13 +13,25 @@ import torch
 
 
 def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> float:
-    """Fraction of images whose target is among the ``k`` highest logits."""
+    """Fraction of images whose target is among the ``k`` highest logits (ties: lower index first)."""
     if logits.shape[0] == 0:
         raise ValueError("no predictions to score")
+    if targets.shape != (logits.shape[0],):
+        raise ValueError(f"targets must have shape ({logits.shape[0]},) to match the logits, got {tuple(targets.shape)}")
+    if k < 1:
+        raise ValueError(f"top-k accuracy needs k of at least 1, got {k}")
     if k > logits.shape[1]:
         raise ValueError(f"top-{k} accuracy needs at least {k} classes, got {logits.shape[1]}")
-    topk = logits.topk(k, dim=1).indices
-    return float((topk == targets[:, None]).any(dim=1).float().mean())
+    if logits.isnan().any():
+        raise ValueError("logits contain NaN, so the classes cannot be ranked. Check the model and runtime.precision.")
+
+    # Rank the target by counting the classes placed before it. torch.topk orders tied values
+    # arbitrarily, so it could disagree with argmax on which tied class is the prediction.
+    target_logits = logits.gather(1, targets[:, None])
+    class_indices = torch.arange(logits.shape[1], device=logits.device)
+    tied_before = (logits == target_logits) & (class_indices[None, :] < targets[:, None])
+    rank = (logits > target_logits).sum(dim=1) + tied_before.sum(dim=1)
+    return int((rank < k).sum()) / logits.shape[0]
 
 
 def per_class_recall(predictions: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict[int, float]:
@@ -25,13 +39,15 @@ def per_class_recall(predictions: torch.Tensor, targets: torch.Tensor, num_class
     recall = {}
     for label in targets.unique().tolist():
         mask = targets == label
-        recall[int(label)] = float((predictions[mask] == label).float().mean())
+        recall[int(label)] = int((predictions[mask] == label).sum()) / int(mask.sum())
     return recall
 
 
 def mean_per_class_recall(predictions: torch.Tensor, targets: torch.Tensor, num_classes: int) -> float:
     """Mean of the per-class recalls over classes present in ``targets`` (balanced accuracy)."""
     recalls = per_class_recall(predictions, targets, num_classes)
+    if not recalls:
+        raise ValueError("no predictions to score")
     return sum(recalls.values()) / len(recalls)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import numbers
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Sequence
@@ -18,7 +19,8 @@ import torch
 from PIL import Image
 
 from clipbench.classes import ClassIndex
-from clipbench.images import ImageDecodeError, load_image
+from clipbench.errors import ConfigError
+from clipbench.images import ImageDecodeError, convert_to_rgb, load_image
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,12 @@ def apply_limits(samples: Sequence[Sample], limit_per_class: int | None, limit_t
     """Keep the first ``limit_per_class`` samples of each class, then the first ``limit_total``
     in round-robin class order, so a total limit stays balanced over classes."""
     for name, value in (("limit_per_class", limit_per_class), ("limit_total", limit_total)):
-        if value is not None and value < 1:
-            raise ValueError(f"dataset.{name} must be at least 1 or null, got {value}")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ConfigError(f"dataset.{name} must be a whole number or null, got {value!r}")
+        if value < 1:
+            raise ConfigError(f"dataset.{name} must be at least 1 or null, got {value}")
 
     counts: dict[int, int] = defaultdict(int)
     kept: list[Sample] = []
@@ -104,9 +110,10 @@ class EvaluationDataset(torch.utils.data.Dataset):
         sample = self.images.samples[index]
         try:
             raw = self.images.read(sample.ref)
-            image = raw if isinstance(raw, Image.Image) else load_image(raw, name=sample.sample_id, max_pixels=self.max_image_pixels)
-            if isinstance(raw, Image.Image) and raw.mode != "RGB":
-                image = raw.convert("RGB")
+            if isinstance(raw, Image.Image):
+                image = convert_to_rgb(raw)
+            else:
+                image = load_image(raw, name=sample.sample_id, max_pixels=self.max_image_pixels)
         except ImageDecodeError as err:
             return DecodedItem(None, sample.label, sample.sample_id, str(err))
         except OSError as err:

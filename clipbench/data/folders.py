@@ -103,7 +103,11 @@ def _classnames_from_file(path: Path, folder_names: list[str]) -> list[str]:
     if not path.is_file():
         raise DatasetError(f"class names file not found: {path}")
     if path.suffix.lower() == ".json":
-        mapping = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            mapping = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"class names file {path} is not valid JSON: {err.msg} at line {err.lineno}, "
+                               f"column {err.colno}") from err
         if not isinstance(mapping, dict):
             raise DatasetError(f"class names file {path} must map folder names to class names")
         missing = [name for name in folder_names if name not in mapping]

@@ -18,9 +18,17 @@ IMAGENET_HF_PATH = "ILSVRC/imagenet-1k"
 def _open_dataset(path: str, split: str, revision: str | None, cache_dir: str | None):
     import datasets
 
-    if Path(path).expanduser().is_dir():
-        loaded = datasets.load_from_disk(str(Path(path).expanduser()))
-        return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+    local = Path(path).expanduser()
+    if local.is_dir():
+        try:
+            loaded = datasets.load_from_disk(str(local))
+        except FileNotFoundError as err:
+            raise DatasetError(f"folder {local} is not a Hugging Face dataset saved with save_to_disk: {err}") from err
+        if not isinstance(loaded, datasets.DatasetDict):
+            return loaded
+        if split not in loaded:
+            raise DatasetError(f"Hugging Face dataset {path!r} has no split {split!r}: set dataset.split to one of {', '.join(loaded)}")
+        return loaded[split]
 
     try:
         return datasets.load_dataset(path, split=split, revision=revision, cache_dir=cache_dir)
