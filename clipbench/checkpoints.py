@@ -109,7 +109,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise ModelLoadError(
-            f"checkpoint {path} holds objects other than tensors and plain containers, which are not loaded for safety "
+            f"checkpoint {path} contains objects other than tensors and plain containers, which are not loaded for safety "
             f"(torch.load weights_only=True): {str(err).splitlines()[0]}. Save model.state_dict() instead."
         ) from err
     except (RuntimeError, OSError, ValueError) as err:

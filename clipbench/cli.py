@@ -27,6 +27,8 @@ USAGE = """usage: clipbench COMMAND [OVERRIDES...]
 
 commands:
   eval      zero-shot evaluation of one model on one data set (Hydra; -m for a sweep)
+  shapes    write the generated shapes data set as an ImageNet-layout folder:
+            clipbench shapes OUTPUT_DIR [--images-per-class N] [--seed S]
 
 examples:
   clipbench eval
@@ -146,6 +148,29 @@ def run_eval_command(arguments: Sequence[str]) -> int:
     return 0
 
 
+def run_shapes_command(arguments: Sequence[str]) -> int:
+    import argparse
+
+    from clipbench.data.shapes import ShapesDataset
+
+    parser = argparse.ArgumentParser(prog="clipbench shapes",
+                                     description="Write generated shapes as OUTPUT_DIR/<class id>/*.JPEG plus class_index.json.")
+    parser.add_argument("output_dir", type=Path, help="folder to create (it may exist; files are overwritten)")
+    parser.add_argument("--images-per-class", type=int, default=10, help="images per class (24 classes)")
+    parser.add_argument("--seed", type=int, default=2, help="generator seed (the offline model trained on seed 1)")
+    args = parser.parse_args(list(arguments))
+    if args.images_per_class < 1:
+        return _fail("shapes", f"--images-per-class must be at least 1, got {args.images_per_class}", 2)
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    root = ShapesDataset(images_per_class=args.images_per_class, seed=args.seed).write_imagenet_folder(args.output_dir)
+    sys.stdout.write(
+        f"Wrote {args.images_per_class * 24} images to {root}. Evaluate them with:\n"
+        f"  clipbench eval dataset=imagenet_folder dataset.root={root} dataset.class_index={root / 'class_index.json'}\n"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     register_resolvers()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -156,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, arguments = argv[0], argv[1:]
     if command == "eval":
         return run_eval_command(arguments)
+    if command == "shapes":
+        return run_shapes_command(arguments)
     return _fail(command, f"unknown command {command!r}; run `clipbench --help` for the commands", 2)
 
 

@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from clipbench.data.base import Batch, EvaluationDataset, LabeledImages, collate_decoded
-from clipbench.devices import autocast
+from clipbench.devices import autocast, model_dtype
 from clipbench.errors import DatasetError
 from clipbench.loading import LoadedModel
 from clipbench.timing import synchronize
@@ -54,7 +54,7 @@ def make_loader(images: LabeledImages, loaded: LoadedModel, batch_size: int, num
 
 
 def _encode_batch(loaded: LoadedModel, batch: Batch, classifier: torch.Tensor, precision: str) -> torch.Tensor:
-    pixels = batch.pixels.to(loaded.device, non_blocking=True)
+    pixels = batch.pixels.to(loaded.device, dtype=model_dtype(loaded.model), non_blocking=True)
     with torch.inference_mode():
         with autocast(loaded.device, precision):
             image_features = loaded.model.encode_image(pixels, normalize=True)

@@ -36,7 +36,7 @@ _PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What to load: architecture, weights, device and precision."""
+    """Model to load: architecture, weights, device and precision."""
 
     model_name: str
     pretrained: str | None = None

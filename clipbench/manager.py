@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from clipbench.classes import ClassIndex, resolve_class_index
-from clipbench.devices import autocast
+from clipbench.devices import autocast, model_dtype
 from clipbench.errors import ClipbenchError
 from clipbench.images import load_image
 from clipbench.loading import LoadedModel, ModelSpec, load_model
@@ -126,7 +126,7 @@ class CLIPModelManager:
         """Decode and preprocess one image into a batch of one on the model's device."""
         loaded = self._require_loaded()
         image = load_image(image_bytes, name=name, max_pixels=self.max_image_pixels)
-        return loaded.preprocess(image).unsqueeze(0).to(loaded.device)
+        return loaded.preprocess(image).unsqueeze(0).to(loaded.device, dtype=model_dtype(loaded.model))
 
     @torch.inference_mode()
     def _image_features(self, image_bytes: bytes, name: str | None = None) -> torch.Tensor:

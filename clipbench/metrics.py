@@ -52,7 +52,7 @@ def mean_per_class_recall(predictions: torch.Tensor, targets: torch.Tensor, num_
 
 
 def top_confusions(predictions: torch.Tensor, targets: torch.Tensor, n: int) -> list[tuple[int, int, int]]:
-    """The ``n`` most frequent (target, predicted, count) mistakes, most frequent first."""
+    """Return the ``n`` most frequent (target, predicted, count) mistakes, most frequent first."""
     wrong = predictions != targets
     pairs = Counter(zip(targets[wrong].tolist(), predictions[wrong].tolist()))
     return [(t, p, c) for (t, p), c in sorted(pairs.items(), key=lambda item: (-item[1], item[0]))[:n]]

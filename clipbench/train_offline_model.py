@@ -1,7 +1,7 @@
 """Train the offline default model on generated `shapes` captions.
 
 Run ``python -m clipbench.train_offline_model`` to rebuild the committed checkpoint. The
-run is seeded; on 2 CPU cores it takes about ten minutes. Training is ordinary CLIP
+run is seeded; on 2 CPU cores it takes about ten minutes (docs/benchmarks.md). Training is ordinary CLIP
 contrastive learning, except that captions of the same class in one batch count as
 positives of each other (a batch of 64 from 24 classes always contains repeats).
 """
@@ -140,7 +140,7 @@ def train(steps: int, batch_size: int, learning_rate: float, output: Path, threa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=900, help="optimizer steps")
+    parser.add_argument("--steps", type=int, default=1400, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=64, help="image-caption pairs per step")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak AdamW learning rate")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")

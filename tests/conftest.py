@@ -56,13 +56,6 @@ def tiny_manager(offline_checkpoint):
     return manager
 
 
-@pytest.fixture(scope="session")
-def loaded_tiny(offline_checkpoint):
-    from clipbench.loading import ModelSpec, load_model
-
-    return load_model(ModelSpec("clipbench-tiny", checkpoint_path=str(offline_checkpoint), device="cpu"))
-
-
 def sample_photo_paths() -> dict[str, Path]:
     """Real photographs shipped inside installed wheels (matplotlib and scikit-image)."""
     import matplotlib

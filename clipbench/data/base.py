@@ -47,7 +47,7 @@ class LabeledImages:
         return len(self.samples)
 
     def image_bytes(self, index: int) -> bytes:
-        """Return sample ``index`` as encoded bytes (PNG when the source holds decoded images)."""
+        """Return sample ``index`` as encoded bytes (PNG when the source contains decoded images)."""
         raw = self.read(self.samples[index].ref)
         if isinstance(raw, bytes):
             return raw

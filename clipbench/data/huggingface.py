@@ -52,7 +52,7 @@ def _image_reader(table, image_column: str):
             buffer = io.BytesIO()
             value.save(buffer, format="PNG")
             return buffer.getvalue()
-        raise DatasetError(f"row {row}: column {image_column!r} holds no image")
+        raise DatasetError(f"row {row}: column {image_column!r} contains no image")
 
     return read
 
