@@ -15,7 +15,6 @@ from mlflow.utils.file_utils import local_file_uri_to_path
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
 from omegaconf import OmegaConf
 
-from clipbench import tracking
 from clipbench.errors import ClipbenchError, ConfigError
 from clipbench.tracking import (
     TrackingError,
@@ -29,8 +28,9 @@ from clipbench.tracking import (
     sanitize_key,
     split_params,
 )
+from clipbench.tracking import store
 
-CHECKOUT = Path(tracking.__file__).resolve().parents[1]
+CHECKOUT = Path(store.__file__).resolve().parents[2]
 EXPERIMENT = "zero-shot/shapes"
 
 
@@ -342,23 +342,23 @@ class FlakyExperimentClient:
 
 
 def test_experiment_creation_retries_races(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tracking, "EXPERIMENT_RETRY_DELAY_S", 0.0)
-    client = FlakyExperimentClient(failures=tracking.EXPERIMENT_ATTEMPTS - 1)
+    monkeypatch.setattr(store, "EXPERIMENT_RETRY_DELAY_S", 0.0)
+    client = FlakyExperimentClient(failures=store.EXPERIMENT_ATTEMPTS - 1)
 
-    experiment_id = tracking._get_or_create_experiment(client, EXPERIMENT, None)  # type: ignore[arg-type]
+    experiment_id = store._get_or_create_experiment(client, EXPERIMENT, None)  # type: ignore[arg-type]
 
     assert experiment_id == "42"
-    assert client.create_calls == tracking.EXPERIMENT_ATTEMPTS
+    assert client.create_calls == store.EXPERIMENT_ATTEMPTS
 
 
 def test_experiment_creation_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tracking, "EXPERIMENT_RETRY_DELAY_S", 0.0)
-    client = FlakyExperimentClient(failures=tracking.EXPERIMENT_ATTEMPTS)
+    monkeypatch.setattr(store, "EXPERIMENT_RETRY_DELAY_S", 0.0)
+    client = FlakyExperimentClient(failures=store.EXPERIMENT_ATTEMPTS)
 
     with pytest.raises(MlflowException, match="database is locked"):
-        tracking._get_or_create_experiment(client, EXPERIMENT, None)  # type: ignore[arg-type]
+        store._get_or_create_experiment(client, EXPERIMENT, None)  # type: ignore[arg-type]
 
-    assert client.create_calls == tracking.EXPERIMENT_ATTEMPTS
+    assert client.create_calls == store.EXPERIMENT_ATTEMPTS
 
 
 def test_parent_run_id_nests_run(store_uri: str) -> None:
@@ -433,11 +433,11 @@ def test_parallel_jobs_share_fresh_store(store_uri: str) -> None:
 
 
 def test_run_url_for_http_servers() -> None:
-    url = tracking._run_url("https://user:secret@mlflow.example.org:5000/", "7", "abc")
+    url = store._run_url("https://user:secret@mlflow.example.org:5000/", "7", "abc")
 
     assert url == "https://mlflow.example.org:5000/#/experiments/7/runs/abc"
-    assert tracking._run_url("http://127.0.0.1:5000", "1", "r") == "http://127.0.0.1:5000/#/experiments/1/runs/r"
-    assert tracking._run_url("sqlite:////tmp/mlflow.db", "1", "r") is None
+    assert store._run_url("http://127.0.0.1:5000", "1", "r") == "http://127.0.0.1:5000/#/experiments/1/runs/r"
+    assert store._run_url("sqlite:////tmp/mlflow.db", "1", "r") is None
 
 
 def git(folder: Path, *arguments: str) -> str:
