@@ -17,12 +17,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from clipbench.config import register_resolvers, validate_config
+from clipbench.config import CONF_DIR, compose_eval_config, register_resolvers, validate_config
 from clipbench.errors import ClipbenchError, ConfigError
 
 log = logging.getLogger("clipbench")
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 USAGE = """usage: clipbench COMMAND [OVERRIDES...]
 
 commands:
@@ -67,9 +66,7 @@ def check_overrides(overrides: Sequence[str]) -> None:
     Raises ConfigError with a one-line message, so a sweep with one misspelt model name
     fails before any job starts.
     """
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     user_overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     try:
@@ -78,29 +75,7 @@ def check_overrides(overrides: Sequence[str]) -> None:
         raise ConfigError(f"invalid override syntax: {str(err).splitlines()[0]}") from err
 
     for job_overrides in jobs:
-        try:
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                cfg = compose(config_name="config", overrides=job_overrides)
-        except (HydraException, OmegaConfBaseException) as err:
-            raise ConfigError(_composition_message(err)) from err
-        validate_config(cfg)
-
-
-def _composition_message(err: Exception) -> str:
-    """Condense Hydra's multi-line composition error into one line that lists the valid options."""
-    lines = str(err).splitlines()
-    headline = next((line.strip() for line in lines if line.strip()), type(err).__name__)
-    detail = next((line.strip() for line in lines if "Could not find" in line), headline)
-    for i, line in enumerate(lines):
-        if line.startswith("Available options in"):
-            group = line.removeprefix("Available options in").strip().rstrip(":").strip("'")
-            options = []
-            for option in lines[i + 1:]:
-                if not option.startswith(("\t", " ")) or not option.strip():
-                    break
-                options.append(option.strip())
-            return f"{detail.split(': ', 1)[-1]}; available options for {group}: {', '.join(options)}"
-    return headline
+        compose_eval_config(job_overrides)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

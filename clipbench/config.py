@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from clipbench.errors import ConfigError
 from clipbench.offline_model import ASSETS_DIR
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 class Precision(str, Enum):
@@ -151,3 +154,42 @@ def _check_ranges(cfg: EvalConfig) -> None:
             raise ConfigError(f"invalid configuration at dataset.{key}: {value}; use a positive number or null")
     if cfg.runtime.max_image_pixels is not None and cfg.runtime.max_image_pixels < 1:
         raise ConfigError(f"invalid configuration at runtime.max_image_pixels: {cfg.runtime.max_image_pixels}")
+
+
+def composition_message(err: Exception) -> str:
+    """Condense Hydra's multi-line composition error into one line that lists the valid options."""
+    lines = str(err).splitlines()
+    headline = next((line.strip() for line in lines if line.strip()), type(err).__name__)
+    detail = next((line.strip() for line in lines if "Could not find" in line), headline)
+    for i, line in enumerate(lines):
+        if line.startswith("Available options in"):
+            group = line.removeprefix("Available options in").strip().rstrip(":").strip("'")
+            options = []
+            for option in lines[i + 1:]:
+                if not option.startswith(("\t", " ")) or not option.strip():
+                    break
+                options.append(option.strip())
+            return f"{detail.split(': ', 1)[-1]}; available options for {group}: {', '.join(options)}"
+    return headline
+
+
+def compose_eval_config(overrides: Sequence[str] = ()) -> EvalConfig:
+    """Compose ``conf/`` with Hydra's compose API and validate it, as ``clipbench eval`` does.
+
+    Safe to call repeatedly in one process (notebook cells): Hydra's global state is
+    cleared before and after. Raises ConfigError with a one-line message.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    register_resolvers()
+    if not CONF_DIR.is_dir():
+        raise ConfigError(f"configuration folder not found: {CONF_DIR} (install clipbench with pip install -e from a checkout)")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(composition_message(err)) from err
+    return validate_config(cfg)

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import platform
 import time
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,9 +198,32 @@ def log_to_mlflow(cfg: EvalConfig, result: EvaluationResult) -> None:
     result.tracking_uri = tracking.tracking_uri
 
 
-def run_evaluation(cfg: EvalConfig, run_dir: str | Path) -> EvaluationResult:
-    """Run one configured zero-shot evaluation end to end and return its results."""
-    run_dir = Path(run_dir)
+def default_run_dir(kind: str = "notebook") -> Path:
+    """Return a new ``outputs/<kind>/<date>/<time>`` folder path under the repository root."""
+    from clipbench.tracking import repository_root
+
+    return repository_root() / "outputs" / kind / datetime.now().strftime("%Y-%m-%d") / datetime.now().strftime("%H-%M-%S-%f")
+
+
+def misclassified_samples(result: EvaluationResult, max_samples: int = 12) -> list[tuple[int, int, int, float]]:
+    """Return up to ``max_samples`` wrong predictions as (data set index, target, predicted, probability)."""
+    index_of = {sample.sample_id: i for i, sample in enumerate(result.images.samples)}
+    probabilities = result.inference.logits.softmax(dim=1)
+    predicted = probabilities.argmax(dim=1)
+    wrong = (predicted != result.inference.targets).nonzero().flatten().tolist()
+    return [
+        (index_of[result.inference.sample_ids[row]], int(result.inference.targets[row]), int(predicted[row]),
+         float(probabilities[row, predicted[row]]))
+        for row in wrong[:max_samples]
+    ]
+
+
+def run_evaluation(cfg: EvalConfig, run_dir: str | Path | None = None) -> EvaluationResult:
+    """Run one configured zero-shot evaluation end to end and return its results.
+
+    ``run_dir`` receives the result files; by default a new folder under ``outputs/notebook``.
+    """
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     images = build_dataset(dataset_config(cfg))
     prompts = prompt_set(cfg)
     loaded = load_model(model_spec(cfg))

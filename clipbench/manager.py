@@ -117,6 +117,16 @@ class CLIPModelManager:
             raise RuntimeError(f"Failed to initialize {self.model_name}: {err}") from err
         self._attach(loaded, class_index)
 
+    def set_templates(self, templates: str | Sequence[str]) -> None:
+        """Switch the prompt templates (a named set or a list); cached text features are rebuilt on next use."""
+        self.prompt_set = (
+            load_prompt_set(templates) if isinstance(templates, str) else load_prompt_set("custom", templates=templates)
+        )
+        self._imagenet_text_features = None
+        self._label_text_features = {}
+        if self.is_loaded:
+            self.text_descriptions = [self.prompt_set.templates[0].format(name) for name in self.imagenet_labels]
+
     def _require_loaded(self) -> LoadedModel:
         if not self.is_loaded or self.loaded is None:
             raise RuntimeError("Model is not initialized: call initialize() first")
