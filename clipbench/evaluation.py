@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import platform
 import time
 from datetime import datetime
@@ -199,10 +200,15 @@ def log_to_mlflow(cfg: EvalConfig, result: EvaluationResult) -> None:
 
 
 def default_run_dir(kind: str = "notebook") -> Path:
-    """Return a new ``outputs/<kind>/<date>/<time>`` folder path under the repository root."""
+    """Return a new ``<outputs>/<kind>/<date>/<time>`` folder path.
+
+    ``<outputs>`` is ``$CLIPBENCH_OUTPUT_DIR`` when set, else ``outputs/`` in the repository root.
+    """
     from clipbench.tracking import repository_root
 
-    return repository_root() / "outputs" / kind / datetime.now().strftime("%Y-%m-%d") / datetime.now().strftime("%H-%M-%S-%f")
+    base = Path(os.environ["CLIPBENCH_OUTPUT_DIR"]) if os.environ.get("CLIPBENCH_OUTPUT_DIR") else repository_root() / "outputs"
+    now = datetime.now()
+    return base / kind / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S-%f")
 
 
 def misclassified_samples(result: EvaluationResult, max_samples: int = 12) -> list[tuple[int, int, int, float]]:

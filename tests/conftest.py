@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -12,6 +14,14 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Notebooks run by nbmake get no fixtures, so the session-wide stores are set here: nothing a
+# test runs writes to the repository's mlruns/, outputs/ or the user's cache.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="clipbench-tests-"))
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_DIR / 'mlruns' / 'mlflow.db'}"
+os.environ["CLIPBENCH_CACHE_DIR"] = str(_SESSION_DIR / "cache")
+os.environ["CLIPBENCH_OUTPUT_DIR"] = str(_SESSION_DIR / "outputs")
+(_SESSION_DIR / "mlruns").mkdir()
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CASES_DIR = Path(__file__).resolve().parent / "data" / "cases"
@@ -21,11 +31,10 @@ ACCEPTED_CASES = ("cmyk.jpg", "palette_transparency.png", "one_pixel.png", "extr
 
 
 @pytest.fixture(scope="session", autouse=True)
-def feature_cache_dir(tmp_path_factory) -> Path:
-    """Keep the on-disk feature cache of the whole session out of the user's home."""
-    cache_dir = tmp_path_factory.mktemp("clipbench-cache")
-    os.environ["CLIPBENCH_CACHE_DIR"] = str(cache_dir)
-    return cache_dir
+def session_dir() -> Iterator[Path]:
+    """Remove the session's stores when the run ends."""
+    yield _SESSION_DIR
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
