@@ -15,7 +15,7 @@ import torch
 
 from clipbench.classes import ClassIndex, resolve_class_index
 from clipbench.devices import autocast, model_dtype
-from clipbench.errors import ClipbenchError
+from clipbench.errors import ClipbenchError, ModelLoadError
 from clipbench.images import load_image
 from clipbench.loading import LoadedModel, ModelSpec, load_model
 from clipbench.prompts import PromptSet, load_prompt_set
@@ -104,7 +104,7 @@ class CLIPModelManager:
         self.is_loaded = True
 
     def initialize(self) -> None:
-        """Load the model and the class names; raise RuntimeError with the cause on failure."""
+        """Load the model and the class names; raise ModelLoadError (a RuntimeError) with the cause on failure."""
         spec = ModelSpec(
             model_name=self.model_name, pretrained=self.pretrained, checkpoint_path=self.model_path,
             device=self.requested_device, precision=self.precision, quick_gelu=self.quick_gelu,
@@ -114,7 +114,7 @@ class CLIPModelManager:
             loaded = load_model(spec)
             class_index = resolve_class_index(self.imagenet_classes_path)
         except ClipbenchError as err:
-            raise RuntimeError(f"Failed to initialize {self.model_name}: {err}") from err
+            raise ModelLoadError(f"Failed to initialize {self.model_name}: {err}") from err
         self._attach(loaded, class_index)
 
     def set_templates(self, templates: str | Sequence[str]) -> None:

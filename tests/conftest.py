@@ -56,7 +56,7 @@ def offline_checkpoint() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_manager(offline_checkpoint):
-    """An initialized manager around the offline model with the shapes classes as default labels."""
+    """An initialized manager around the offline model, with the ImageNet-1k classes as default labels."""
     from clipbench import CLIPModelManager
 
     manager = CLIPModelManager("clipbench-tiny", pretrained=None, model_path=str(offline_checkpoint),

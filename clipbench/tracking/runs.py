@@ -28,7 +28,7 @@ from clipbench.tracking.keys import (
     _prepare_tags,
     split_params,
 )
-from clipbench.tracking.store import _open_experiment, _redact_uri, _run_url, resolve_tracking_uri
+from clipbench.tracking.store import _open_experiment, redact_uri, _run_url, resolve_tracking_uri
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def log_evaluation_run(
         run_id,
         experiment_name,
         experiment_id,
-        _redact_uri(resolved_uri),
+        redact_uri(resolved_uri),
     )
     return TrackingResult(
         run_id=run_id,
@@ -182,7 +182,7 @@ def _tracking_errors(tracking_uri: str, experiment_name: str) -> Iterator[None]:
     # MLflow backends raise MlflowException, OSError, SQLAlchemy and HTTP errors alike,
     # and every one of them only means that tracking failed.
     except Exception as error:
-        store = _redact_uri(tracking_uri)
+        store = redact_uri(tracking_uri)
         raise TrackingError(
             f"Logging to MLflow store {store} (experiment {experiment_name!r}) failed: {error}. "
             "The evaluation results already written to the run directory are unaffected."

@@ -169,7 +169,7 @@ def _open_experiment(tracking_uri: str, experiment_name: str) -> tuple[MlflowCli
     return client, experiment_id
 
 
-def _redact_uri(uri: str) -> str:
+def redact_uri(uri: str) -> str:
     """Return ``uri`` without a user name or password, for messages and links."""
     parts = urlsplit(uri)
     if parts.username is None and parts.password is None:
@@ -186,5 +186,5 @@ def _run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
     if urlsplit(tracking_uri).scheme not in {"http", "https"}:
         return None
 
-    base = _redact_uri(tracking_uri).rstrip("/")
+    base = redact_uri(tracking_uri).rstrip("/")
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
