@@ -41,6 +41,7 @@ class ClassifierExplorer:
         self.status = widgets.HTML()
         self.image = widgets.Image(format="png")
         self.chart = widgets.Image(format="png")
+        self.chart.add_class("clipbench-label-chart")
 
         self.classify_button.on_click(lambda button: run_from_button(self.classify, self.message, "Classification"))
 

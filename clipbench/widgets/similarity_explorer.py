@@ -52,6 +52,7 @@ class SimilarityExplorer:
         self.message = widgets.HTML()
         self.status = widgets.HTML()
         self.heatmap = widgets.Image(format="png")
+        self.heatmap.add_class("clipbench-similarity-heatmap")
 
         self.mode.observe(lambda change: self._show_mode_inputs(), names="value")
         self.compute_button.on_click(lambda button: run_from_button(self.compute, self.message, "Similarity"))
