@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+import struct
 from pathlib import Path
 
 import torch
@@ -99,6 +100,15 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise ModelLoadError(f"checkpoint {path} is not a valid safetensors file: {err}") from err
 
 
+def _last_line(err: Exception) -> str:
+    """Return the informative line of a torch.load error: the unpickler's reason when present."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    reasons = [line for line in lines if "WeightsUnpickler error" in line]
+    if reasons:
+        return reasons[0].rstrip(".")
+    return lines[-1].rstrip(".") if lines else type(err).__name__
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file on the CPU and return its unwrapped state dict."""
     path = check_checkpoint_path(path)
@@ -108,10 +118,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):
+            raise ModelLoadError(f"checkpoint {path} could not be read: it is corrupt or not a torch checkpoint "
+                                 "(torch.load could not unpickle it)") from err
         raise ModelLoadError(
-            f"checkpoint {path} contains objects other than tensors and plain containers, which are not loaded for safety "
-            f"(torch.load weights_only=True): {str(err).splitlines()[0]}. Save model.state_dict() instead."
+            f"checkpoint {path} contains objects other than tensors and plain containers, which are not loaded "
+            f"for safety (torch.load weights_only=True): {_last_line(err)}. Save model.state_dict() instead."
         ) from err
-    except (RuntimeError, OSError, ValueError) as err:
-        raise ModelLoadError(f"checkpoint {path} could not be read (corrupt or not a checkpoint): {err}") from err
+    except (RuntimeError, OSError, ValueError, EOFError, struct.error, KeyError, IndexError) as err:
+        # torch.load reports a damaged or foreign file through any of these.
+        raise ModelLoadError(
+            f"checkpoint {path} could not be read (corrupt or not a torch checkpoint): {type(err).__name__}: {err}"
+        ) from err
     return strip_module_prefix(_unwrap(checkpoint, path))

@@ -91,7 +91,7 @@ def eval_job(cfg: DictConfig) -> float | None:
         if typed.verbose:
             raise
         log.error("%s (run with -v for the full traceback)", err)
-        sys.exit(1)
+        sys.exit(2 if isinstance(err, ConfigError) else 1)
 
     if result.mlflow_run_id:
         log.info("MLflow run %s in %s (open with: mlflow ui --backend-store-uri %s)",
@@ -131,16 +131,19 @@ def run_shapes_command(arguments: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="clipbench shapes",
                                      description="Write generated shapes as OUTPUT_DIR/<class id>/*.JPEG plus class_index.json.")
     parser.add_argument("output_dir", type=Path, help="folder to create (it may exist; files are overwritten)")
-    parser.add_argument("--images-per-class", type=int, default=10, help="images per class (24 classes)")
-    parser.add_argument("--seed", type=int, default=2, help="generator seed (the offline model trained on seed 1)")
+    parser.add_argument("--images-per-class", type=int, default=10, help="images per class, 24 classes (default: 10)")
+    parser.add_argument("--seed", type=int, default=2, help="generator seed; the offline model trained on seed 1 (default: 2)")
     args = parser.parse_args(list(arguments))
     if args.images_per_class < 1:
         return _fail("shapes", f"--images-per-class must be at least 1, got {args.images_per_class}", 2)
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    root = ShapesDataset(images_per_class=args.images_per_class, seed=args.seed).write_imagenet_folder(args.output_dir)
+    try:
+        root = ShapesDataset(images_per_class=args.images_per_class, seed=args.seed).write_imagenet_folder(args.output_dir)
+    except OSError as err:
+        return _fail("shapes", f"cannot write to {args.output_dir}: {err.strerror or err}", 1)
     sys.stdout.write(
-        f"Wrote {args.images_per_class * 24} images to {root}. Evaluate them with:\n"
+        "Evaluate them with:\n"
         f"  clipbench eval dataset=imagenet_folder dataset.root={root} dataset.class_index={root / 'class_index.json'}\n"
     )
     return 0

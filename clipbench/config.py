@@ -7,6 +7,8 @@ before any model is loaded.
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -111,9 +113,16 @@ def _asset_path(name: str) -> str:
 
 
 def register_resolvers() -> None:
-    """Register ``${clipbench_asset:FILE}``, which resolves to a file shipped in the package."""
+    """Register ``${clipbench_asset:FILE}`` and the ``eval_schema`` base config with Hydra.
+
+    ``conf/config.yaml`` lists ``eval_schema`` first in its defaults, so every key of
+    ``EvalConfig`` exists in the composed configuration and Hydra type-checks overrides.
+    """
+    from hydra.core.config_store import ConfigStore
+
     if not OmegaConf.has_resolver("clipbench_asset"):
         OmegaConf.register_new_resolver("clipbench_asset", _asset_path)
+    ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
 
 
 def validate_config(cfg: DictConfig | dict[str, Any]) -> EvalConfig:
@@ -156,8 +165,41 @@ def _check_ranges(cfg: EvalConfig) -> None:
         raise ConfigError(f"invalid configuration at runtime.max_image_pixels: {cfg.runtime.max_image_pixels}")
 
 
+def schema_keys() -> list[str]:
+    """Return every dotted key of the configuration schema, such as ``runtime.precision``."""
+    def walk(node: Any, prefix: str) -> list[str]:
+        keys = []
+        for key in node:
+            child = node[key]
+            dotted = f"{prefix}{key}"
+            keys.extend(walk(child, f"{dotted}.") if isinstance(child, DictConfig) else [dotted])
+        return keys
+
+    return walk(OmegaConf.structured(EvalConfig), "")
+
+
+def _unknown_key_message(key: str) -> str:
+    keys = schema_keys()
+    leaf = key.rsplit(".", 1)[-1]
+    groups = sorted({k.split(".", 1)[0] for k in keys})
+    close = (
+        [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
+        or ([f"{g}=..." for g in difflib.get_close_matches(key, groups, n=1, cutoff=0.7)] if "." not in key else [])
+        or difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+    )
+    hint = f"; did you mean {' or '.join(close)}?" if close else "; run `clipbench eval --cfg job` to list the keys"
+    return f"unknown configuration key {key!r}{hint}"
+
+
 def composition_message(err: Exception) -> str:
     """Condense Hydra's multi-line composition error into one line that lists the valid options."""
+    cause = str(err.__cause__ or "")
+    unknown = re.search(r"Could not override '([^']+)'", str(err))
+    if unknown and re.search(r"Key '[^']+' not in", cause):
+        return _unknown_key_message(unknown.group(1))
+    full_key = re.search(r"full_key: (\S+)", cause)
+    if str(err).startswith("Error merging override") and full_key:
+        return f"invalid configuration at {full_key.group(1)}: {cause.splitlines()[0]}"
     lines = str(err).splitlines()
     headline = next((line.strip() for line in lines if line.strip()), type(err).__name__)
     detail = next((line.strip() for line in lines if "Could not find" in line), headline)

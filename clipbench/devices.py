@@ -25,13 +25,13 @@ def resolve_device(requested: str = "auto") -> torch.device:
     try:
         device = torch.device(requested)
     except RuntimeError as err:
-        raise ConfigError(f"invalid device {requested!r}: use auto, cpu, cuda, cuda:N or mps") from err
+        raise ConfigError(f"invalid runtime.device {requested!r}: use auto, cpu, cuda, cuda:N or mps") from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {requested!r} requested but CUDA is not available here: use device=auto or device=cpu")
+        raise ConfigError(f"device {requested!r} requested but CUDA is not available here: use runtime.device=auto or runtime.device=cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"device {requested!r} does not exist: this machine has {torch.cuda.device_count()} CUDA devices")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {requested!r} requested but MPS is not available here: use device=auto or device=cpu")
+        raise ConfigError(f"device {requested!r} requested but MPS is not available here: use runtime.device=auto or runtime.device=cpu")
     return device
 
 
@@ -39,7 +39,7 @@ def check_precision(precision: str, device: torch.device) -> None:
     if precision not in PRECISIONS:
         raise ConfigError(f"invalid precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     if precision == "fp16" and device.type == "cpu":
-        raise ConfigError("precision fp16 needs a GPU: on the CPU use precision=bf16 or precision=fp32")
+        raise ConfigError("precision fp16 needs a GPU: on the CPU use runtime.precision=bf16 or runtime.precision=fp32")
 
 
 def autocast(device: torch.device, precision: str) -> ContextManager:

@@ -254,9 +254,13 @@ def _open_header(encoded: _EncodedImage) -> ImageFile.ImageFile:
 def _plugin_accepts(accept: Callable[[bytes], bool | str] | None, prefix: bytes) -> bool:
     # Pillow passes 16 bytes to accept(). A string result names a variant of the format
     # that the plugin recognises but cannot read.
+    # Some accept() functions unpack fixed-size fields and fail on inputs of a few bytes.
     if accept is None:
         return True
-    result = accept(prefix[:16])
+    try:
+        result = accept(prefix[:16])
+    except _NOT_THIS_FORMAT_ERRORS:
+        return False
     return bool(result) and not isinstance(result, str)
 
 

@@ -94,7 +94,7 @@ def _offline_hint(err: Exception, spec: ModelSpec) -> ModelLoadError:
     state = "HF_HUB_OFFLINE is set" if offline else "the download failed"
     return ModelLoadError(
         f"weights for {spec.model_name} ({spec.pretrained or 'hub default'}) are not in the local cache ({cache}) "
-        f"and {state}: {str(err).splitlines()[0] if str(err) else type(err).__name__}. "
+        f"and {state}: {str(err).splitlines()[0].rstrip('.') if str(err) else type(err).__name__}. "
         "Connect to the internet once to download them, set model.cache_dir (or HF_HOME) to a folder that has them, "
         "or pass a local checkpoint with model.checkpoint=PATH."
     )
@@ -128,14 +128,22 @@ def _warn_on_checkpoint_tag_mismatch(spec: ModelSpec, checkpoint: Path) -> None:
         log.warning(message)
 
 
-def _load_local_weights(model: torch.nn.Module, checkpoint: Path) -> None:
+def _load_local_weights(model: torch.nn.Module, checkpoint: Path, architecture: str) -> None:
     state_dict = read_state_dict(checkpoint)
     if "logit_scale" in state_dict and state_dict["logit_scale"].ndim != model.logit_scale.ndim:
         state_dict["logit_scale"] = state_dict["logit_scale"].reshape(model.logit_scale.shape)
     if getattr(model, "logit_bias", None) is not None and "logit_bias" not in state_dict:
         raise ModelLoadError(f"checkpoint {checkpoint} has no logit_bias, which {type(model).__name__} with a bias needs")
 
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as err:  # torch raises RuntimeError for tensors of the wrong shape
+        mismatches = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
+        raise ModelLoadError(
+            f"checkpoint {checkpoint} does not match the architecture {architecture}: "
+            f"{len(mismatches)} tensors have other shapes (e.g. {mismatches[0] if mismatches else err}). "
+            "Check model.name against the architecture the checkpoint was trained with."
+        ) from err
     if missing or unexpected:
         raise ModelLoadError(
             f"checkpoint {checkpoint} does not match the architecture: {len(missing)} missing keys "
@@ -220,7 +228,7 @@ def _build_from_tag_or_checkpoint(spec: ModelSpec, phases: dict[str, float]) -> 
         )
     with timed(phases, "load_weights_s"):
         if checkpoint is not None:
-            _load_local_weights(model, checkpoint)
+            _load_local_weights(model, checkpoint, spec.model_name)
         else:
             open_clip.load_checkpoint(model, weights_path)
     return model, weights_path

@@ -24,6 +24,19 @@ from clipbench.zero_shot import build_classifier
 log = logging.getLogger(__name__)
 
 
+def check_labels(target_labels: Sequence[str]) -> list[str]:
+    """Return the stripped candidate labels, or raise ValueError for a string, blanks or repeats."""
+    if isinstance(target_labels, (str, bytes)):
+        raise ValueError(f"target_labels must be a list of labels, not one string: use [{target_labels!r}]")
+    labels = [str(label).strip() for label in target_labels]
+    if not labels or any(not label for label in labels):
+        raise ValueError(f"target_labels must be a non-empty list of non-empty labels, got {list(target_labels)!r}")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ValueError(f"target_labels repeats {repeated}: each candidate label must appear once")
+    return labels
+
+
 class CLIPModelManager:
     """Load a CLIP model once and serve image/text encoding, classification and similarity.
 
@@ -197,15 +210,13 @@ class CLIPModelManager:
         the result is the ``top_k`` best as (label, probability), best first.
         """
         loaded = self._require_loaded()
-        if top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be an integer of at least 1, got {top_k!r}")
         if target_labels is None:
             labels = self.imagenet_labels
             text_features = self.imagenet_text_features()
         else:
-            labels = [str(label).strip() for label in target_labels]
-            if not labels or any(not label for label in labels):
-                raise ValueError(f"target_labels must be a non-empty list of non-empty labels, got {list(target_labels)!r}")
+            labels = check_labels(target_labels)
             text_features = self.label_text_features(labels)
 
         image_features = self._image_features(image_bytes, name)

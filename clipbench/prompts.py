@@ -45,12 +45,15 @@ def normalize_template(template: str) -> str:
 
 
 def load_prompt_set(name: str, templates: Sequence[str] | None = None, path: str | Path | None = None) -> PromptSet:
-    """Build a prompt set from a named set, an explicit list, or a file (in that order of checks)."""
+    """Build a prompt set from an explicit list, a file, or a named set (only one of these)."""
+    if templates and path is not None:
+        raise ConfigError("give either prompts.templates or prompts.file, not both")
+
     if templates:
         return PromptSet(name, tuple(normalize_template(t) for t in templates))
 
     if path is not None:
-        path = Path(path)
+        path = Path(path).expanduser()
         if not path.is_file():
             raise ConfigError(f"prompt template file not found: {path}")
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
@@ -62,6 +65,6 @@ def load_prompt_set(name: str, templates: Sequence[str] | None = None, path: str
     if name in NAMED_TEMPLATE_SETS:
         return PromptSet(name, NAMED_TEMPLATE_SETS[name])
     raise ConfigError(
-        f"unknown prompt template set {name!r}: use one of {sorted(NAMED_TEMPLATE_SETS)}, "
-        "or give a list of templates or a file"
+        f"prompt set {name!r} has no templates: use one of {sorted(NAMED_TEMPLATE_SETS)}, "
+        "or give prompts.templates=[...] or prompts.file=PATH"
     )

@@ -181,3 +181,25 @@ def test_quick_gelu_from_openai_tag():
 
     assert open_clip.get_pretrained_cfg("ViT-B-32", "openai")["quick_gelu"] is True
     assert open_clip.get_pretrained_cfg("RN50", "openai")["quick_gelu"] is True
+
+
+def test_misspelt_key_suggests_key(tmp_path):
+    completed = run_cli(["eval", "precision=bf16"], cwd=tmp_path)
+    assert completed.returncode == 2
+    lines = error_lines(completed.stderr)
+    assert len(lines) == 1
+    assert "runtime.precision" in lines[0]
+
+
+def test_shapes_unwritable_output(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    completed = run_cli(["shapes", str(blocker)], cwd=tmp_path)
+    assert completed.returncode == 1
+    assert "cannot write" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_class_scope_accepted_for_any_dataset(compose_config):
+    cfg = validate_config(compose_config(["dataset=shapes", "dataset.class_scope=subset"]))
+    assert cfg.dataset.class_scope.value == "subset"

@@ -844,3 +844,11 @@ def test_result_is_detached_rgb_image():
     assert type(image) is Image.Image
     assert image.mode == "RGB"
     assert getattr(image, "fp", None) is None
+
+
+@pytest.mark.parametrize("payload", [b"x", b"hi\n", b"\xff\xd8\xff", b"BM", b"\x00\x00", b"II*"])
+def test_few_byte_input_rejected(payload):
+    with pytest.raises(ImageDecodeError) as info:
+        load_image(payload, name="tiny.jpg")
+    assert "tiny.jpg" in str(info.value)
+    assert info.value.reason in ("not a decodable image", "truncated or corrupt")

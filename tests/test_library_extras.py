@@ -281,5 +281,5 @@ def test_set_templates_clears_features(own_manager, monkeypatch):
 
 
 def test_set_templates_unknown_name(own_manager):
-    with pytest.raises(ConfigError, match="unknown prompt template set"):
+    with pytest.raises(ConfigError, match="prompt set .fancy. has no templates"):
         own_manager.set_templates("fancy")

@@ -233,3 +233,17 @@ def test_recorded_tag_mismatch_warns(tmp_path, offline_checkpoint):
 
     with pytest.warns(UserWarning, match="records base tag 'openai'"):
         _warn_on_checkpoint_tag_mismatch(ModelSpec("ViT-B-32", pretrained="laion2b_s34b_b79k"), path)
+
+
+def test_junk_torch_checkpoint_rejected(tmp_path):
+    path = tmp_path / "junk.pt"
+    path.write_bytes(b"\x00\x01junk")
+    with pytest.raises(ModelLoadError, match="could not be read") as info:
+        load_model(tiny_spec(path))
+    assert "junk.pt" in str(info.value)
+
+
+def test_checkpoint_of_other_architecture(offline_checkpoint):
+    with pytest.raises(ModelLoadError, match="does not match the architecture ViT-B-32") as info:
+        load_model(ModelSpec("ViT-B-32", checkpoint_path=str(offline_checkpoint), device="cpu"))
+    assert "size mismatch" in str(info.value) or "missing keys" in str(info.value)

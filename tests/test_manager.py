@@ -213,3 +213,16 @@ def test_exif_orientation_applied(tiny_manager):
     red = tiny_manager.image_tensor(buffer.getvalue())[0, 0]
     assert red[:16].mean() > red[-16:].mean() + 1.0
     assert abs(float(red[:, :16].mean() - red[:, -16:].mean())) < 0.5
+
+
+def test_classify_rejects_label_string_and_repeats(tiny_manager, red_circle):
+    with pytest.raises(ValueError, match="not one string"):
+        tiny_manager.classify_image_with_labels(red_circle, "red circle")
+    with pytest.raises(ValueError, match="repeats"):
+        tiny_manager.classify_image_with_labels(red_circle, ["red circle", "red circle "])
+
+
+@pytest.mark.parametrize("top_k", ["2", 1.5, True])
+def test_classify_rejects_non_integer_top_k(tiny_manager, red_circle, top_k):
+    with pytest.raises(ValueError, match="top_k"):
+        tiny_manager.classify_image_with_labels(red_circle, ["red circle", "blue star"], top_k=top_k)
