@@ -1,7 +1,7 @@
-"""``CLIPModelManager``: load a CLIP model once and answer single-image requests.
+"""``CLIPModelManager``: load a CLIP model once and serve single-image requests.
 
-This is the request path that the notebooks' widgets and the gRPC service call: image
-bytes in, unit-norm features, label scores or a cosine similarity out.
+This is the request path that the notebook widgets call: image bytes in, unit-norm
+features, label scores or a cosine similarity out.
 """
 
 from __future__ import annotations
