@@ -28,6 +28,7 @@ commands:
   eval      zero-shot evaluation of one model on one data set (Hydra; -m for a sweep)
   shapes    write the generated shapes data set as an ImageNet-layout folder:
             clipbench shapes OUTPUT_DIR [--images-per-class N] [--seed S]
+  compare   rank the runs of a sweep or experiment from MLflow (clipbench compare --help)
 
 examples:
   clipbench eval
@@ -81,12 +82,21 @@ def check_overrides(overrides: Sequence[str]) -> None:
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def eval_job(cfg: DictConfig) -> float | None:
     """One Hydra job: validate the configuration, evaluate, and return top-1 (for sweepers)."""
+    from hydra.types import RunMode
+
     from clipbench.evaluation import run_evaluation
+    from clipbench.sweep import FINGERPRINT_TAG, config_fingerprint, read_sweep_info, run_sweep_job
 
     typed = validate_config(cfg)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_config = HydraConfig.get()
+    run_dir = Path(hydra_config.runtime.output_dir)
+    sweep = read_sweep_info(hydra_config.sweep.dir) if hydra_config.mode == RunMode.MULTIRUN else None
+    if sweep is not None:
+        result = run_sweep_job(typed, run_dir, sweep, hydra_config.job.num)
+        return None if result is None else result.report.top1
+
     try:
-        result = run_evaluation(typed, run_dir)
+        result = run_evaluation(typed, run_dir, extra_tags={FINGERPRINT_TAG: config_fingerprint(typed)})
     except ClipbenchError as err:
         if typed.verbose:
             raise
@@ -149,6 +159,64 @@ def run_shapes_command(arguments: Sequence[str]) -> int:
     return 0
 
 
+def run_compare_command(arguments: Sequence[str]) -> int:
+    import argparse
+
+    from clipbench.compare import (
+        DEFAULT_X,
+        DEFAULT_Y,
+        HIGHER_IS_BETTER,
+        collect_runs,
+        comparison_table,
+        log_report,
+        markdown_table,
+        write_report,
+    )
+    from clipbench.evaluation import default_run_dir
+
+    metric_names = ", ".join(HIGHER_IS_BETTER)
+    parser = argparse.ArgumentParser(prog="clipbench compare",
+                                     description="Rank the evaluation runs of a sweep or an experiment and write "
+                                                 "comparison.csv, comparison.md and a scatter plot.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--experiment", help="MLflow experiment name: compare all its runs")
+    source.add_argument("--sweep", metavar="RUN_ID", help="run id of a sweep's parent run: compare its child runs")
+    parser.add_argument("--rank-by", default="top1", help=f"column to rank by (default: top1); one of {metric_names}")
+    parser.add_argument("--x", default=DEFAULT_X, help=f"x axis of the scatter plot (default: {DEFAULT_X})")
+    parser.add_argument("--y", default=DEFAULT_Y, help=f"y axis of the scatter plot (default: {DEFAULT_Y})")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="folder for the report files (default: a new outputs/compare/<date>/<time> folder)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow store (default: $MLFLOW_TRACKING_URI, else mlruns/mlflow.db in the repository)")
+    parser.add_argument("--log-to-parent", action=argparse.BooleanOptionalAction, default=None,
+                        help="upload the report to the sweep's parent run under comparison/ (default: on with --sweep)")
+    args = parser.parse_args(list(arguments))
+
+    log_to_parent = args.sweep is not None if args.log_to_parent is None else args.log_to_parent
+    if log_to_parent and args.sweep is None:
+        return _fail("compare", "--log-to-parent needs --sweep RUN_ID, because an experiment has no parent run", 2)
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    output_dir = args.output if args.output is not None else default_run_dir("compare")
+    try:
+        runs = collect_runs(args.tracking_uri, experiment_name=args.experiment, sweep_id=args.sweep)
+        paths = write_report(runs, output_dir, rank_by=args.rank_by, x=args.x, y=args.y)
+        if log_to_parent:
+            log_report(args.tracking_uri, args.sweep, paths)
+    except ConfigError as err:
+        return _fail("compare", str(err), 2)
+    except ClipbenchError as err:
+        return _fail("compare", str(err), 1)
+    except OSError as err:
+        return _fail("compare", f"cannot write the report to {output_dir}: {err.strerror or err}", 1)
+
+    sys.stdout.write(markdown_table(comparison_table(runs, args.rank_by)))
+    sys.stdout.write("\nWrote:\n" + "".join(f"  {path}\n" for path in paths))
+    if log_to_parent:
+        sys.stdout.write(f"Logged the report to run {args.sweep} under comparison/\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     register_resolvers()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -161,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_eval_command(arguments)
     if command == "shapes":
         return run_shapes_command(arguments)
+    if command == "compare":
+        return run_compare_command(arguments)
     return _fail(command, f"unknown command {command!r}; run `clipbench --help` for the commands", 2)
 
 

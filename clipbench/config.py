@@ -99,12 +99,19 @@ class TrackingConfig:
 
 
 @dataclass
+class SweepConfig:
+    resume: bool = True
+    force: bool = False
+
+
+@dataclass
 class EvalConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     verbose: bool = False
 
 

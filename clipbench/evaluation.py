@@ -22,6 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from clipbench import results
+from clipbench.complexity import model_complexity
 from clipbench.config import EvalConfig
 from clipbench.data import LabeledImages, build_dataset
 from clipbench.feature_cache import default_cache_dir
@@ -178,7 +179,7 @@ def write_results(run_dir: Path, cfg: EvalConfig, result: EvaluationResult) -> l
     ]
 
 
-def log_to_mlflow(cfg: EvalConfig, result: EvaluationResult) -> None:
+def log_to_mlflow(cfg: EvalConfig, result: EvaluationResult, parent_run_id: str | None = None) -> None:
     """Log the written results to MLflow; on failure record the error and keep the files."""
     from clipbench.tracking import TrackingError, git_commit, log_evaluation_run, resolve_tracking_uri
 
@@ -188,6 +189,7 @@ def log_to_mlflow(cfg: EvalConfig, result: EvaluationResult) -> None:
             tracking_uri=cfg.tracking.uri, experiment_name=cfg.tracking.experiment,
             run_name=cfg.tracking.run_name or f"{cfg.model.name}-{result.images.name}",
             params=result.params, metrics=result.metrics, tags=result.tags, artifact_paths=result.artifact_paths,
+            parent_run_id=parent_run_id,
         )
     except TrackingError as err:
         result.tracking_error = str(err)
@@ -224,10 +226,13 @@ def misclassified_samples(result: EvaluationResult, max_samples: int = 12) -> li
     ]
 
 
-def run_evaluation(cfg: EvalConfig, run_dir: str | Path | None = None) -> EvaluationResult:
+def run_evaluation(cfg: EvalConfig, run_dir: str | Path | None = None, parent_run_id: str | None = None,
+                   extra_tags: dict[str, str] | None = None) -> EvaluationResult:
     """Run one configured zero-shot evaluation end to end and return its results.
 
     ``run_dir`` receives the result files; by default a new folder under ``outputs/notebook``.
+    ``parent_run_id`` nests the MLflow run under a sweep's parent run; ``extra_tags`` are
+    added to the run's tags.
     """
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     images = build_dataset(dataset_config(cfg))
@@ -248,10 +253,12 @@ def run_evaluation(cfg: EvalConfig, run_dir: str | Path | None = None) -> Evalua
     latencies_ms = measure_request_latency_ms(loaded, images, classifier, prompts, cfg.runtime.latency_requests,
                                               cfg.runtime.max_image_pixels)
 
+    complexity = model_complexity(loaded, feature_cache_dir(cfg))
     result = EvaluationResult(
-        metrics=collect_metrics(report, inference, loaded, build_timings["classifier_build_s"], latencies_ms),
+        metrics={**collect_metrics(report, inference, loaded, build_timings["classifier_build_s"], latencies_ms),
+                 **complexity.as_metrics()},
         params=collect_params(cfg, loaded, images, prompts, inference),
-        tags={"device_name": device_name(loaded.device)},
+        tags={"device_name": device_name(loaded.device), **(extra_tags or {})},
         report=report, inference=inference, images=images, run_dir=run_dir,
     )
     result.artifact_paths = write_results(run_dir, cfg, result)
@@ -262,5 +269,5 @@ def run_evaluation(cfg: EvalConfig, run_dir: str | Path | None = None) -> Evalua
     )
 
     if cfg.tracking.enabled:
-        log_to_mlflow(cfg, result)
+        log_to_mlflow(cfg, result, parent_run_id)
     return result

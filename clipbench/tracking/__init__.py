@@ -15,7 +15,7 @@ valid MLflow entries, ``runs`` logs the run, and ``git`` reads the checked-out c
 
 from clipbench.tracking.git import git_commit
 from clipbench.tracking.keys import flatten_config, sanitize_key, split_params
-from clipbench.tracking.runs import TrackingError, TrackingResult, log_evaluation_run
+from clipbench.tracking.runs import TrackingError, TrackingResult, log_evaluation_run, log_failed_run
 from clipbench.tracking.store import default_tracking_uri, repository_root, resolve_tracking_uri
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "flatten_config",
     "git_commit",
     "log_evaluation_run",
+    "log_failed_run",
     "repository_root",
     "resolve_tracking_uri",
     "sanitize_key",

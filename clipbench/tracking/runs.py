@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 _Value = TypeVar("_Value")
 
+# Tag that carries the error message of a job recorded as FAILED.
+ERROR_TAG = "clipbench.error"
+
 
 class TrackingError(ClipbenchError, RuntimeError):
     """Failure of an MLflow store to accept or complete a logging request."""
@@ -211,3 +214,32 @@ def _set_status(client: MlflowClient, run_id: str, status: int) -> None:
         client.set_terminated(run_id, status=status_name)
     except Exception:
         logger.exception("Failed to mark MLflow run %s as %s", run_id, status_name)
+
+
+def log_failed_run(
+    *,
+    tracking_uri: str | None,
+    experiment_name: str,
+    run_name: str | None,
+    params: Mapping[str, object],
+    tags: Mapping[str, str],
+    error: str,
+    parent_run_id: str | None = None,
+) -> TrackingResult:
+    """Record a job that could not run as an MLflow run with status FAILED and its error message.
+
+    The message goes into the tag ``ERROR_TAG`` (over-long values into an artifact).
+    """
+    logged_params, long_params = split_params(params)
+    logged_tags, long_tags = _prepare_tags({**tags, ERROR_TAG: error})
+    resolved_uri = resolve_tracking_uri(tracking_uri)
+
+    with _tracking_errors(resolved_uri, experiment_name):
+        client, experiment_id = _open_experiment(resolved_uri, experiment_name)
+        run = client.create_run(experiment_id, tags=_parent_tags(client, parent_run_id), run_name=run_name)
+        _log_values(client, run.info.run_id, logged_params, {}, logged_tags)
+        _log_artifacts(client, run.info.run_id, [], {LONG_PARAMS_ARTIFACT: long_params, LONG_TAGS_ARTIFACT: long_tags})
+        client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.FAILED))
+
+    logger.info("Logged FAILED MLflow run %s in experiment %r: %s", run.info.run_id, experiment_name, error)
+    return TrackingResult(run.info.run_id, experiment_id, resolved_uri, _run_url(resolved_uri, experiment_id, run.info.run_id))
