@@ -10,12 +10,9 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +20,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from conftest import REPO_ROOT
+from servers import free_port, wait_for_http
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -85,33 +83,6 @@ class JupyterLabServer:
     def log_tail(self) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return f"--- JupyterLab log, last {LOG_TAIL_CHARS} characters ---\n{text[-LOG_TAIL_CHARS:]}"
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_status(server: JupyterLabServer, process: subprocess.Popen) -> None:
-    """Poll /api/status until the server responds, and fail the test with the server log on exit or timeout."""
-    url = f"{server.base_url}/api/status?token={server.token}"
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"JupyterLab exited with code {process.returncode} before it served /api/status\n"
-                        f"{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-
-    pytest.fail(f"JupyterLab did not serve /api/status within {SERVER_START_TIMEOUT_S} s\n{server.log_tail()}")
 
 
 def stop_server(process: subprocess.Popen) -> None:
@@ -186,7 +157,8 @@ def jupyter_lab(tmp_path, lab_root, tracking_uri):
                                    env=env, cwd=lab_root, start_new_session=True)
     try:
         started = time.monotonic()
-        wait_for_status(server, process)
+        wait_for_http(f"{server.base_url}/api/status?token={server.token}", process, SERVER_START_TIMEOUT_S,
+                      "JupyterLab", server.log_tail)
         logger.info("JupyterLab served /api/status after %.1f s", time.monotonic() - started)
         yield server
     finally:

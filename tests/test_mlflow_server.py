@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from servers import free_port, wait_for_http
 
 BIN_DIR = Path(sys.executable).parent
 SWEEP_ARGS = ["eval", "-m", "dataset.images_per_class=2,3", "runtime.num_workers=0", "runtime.progress=false",
@@ -56,30 +57,6 @@ class MlflowServer:
             detail = error.read().decode("utf-8", errors="replace")
             raise AssertionError(f"{request.get_method()} {request.full_url} failed with HTTP {error.code}: "
                                  f"{detail}\nserver log:\n{self.log_tail()}") from error
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_healthy(server: MlflowServer, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"mlflow server exited with code {process.returncode} before answering /health\n"
-                        f"server log:\n{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"{server.base_url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:  # URLError, connection refused and timeouts while the server starts
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"mlflow server start timed out: /health did not return 200 within {STARTUP_TIMEOUT_S} s\n"
-                f"server log:\n{server.log_tail()}")
 
 
 def stop_process_group(process: subprocess.Popen) -> None:
@@ -132,7 +109,7 @@ def mlflow_server(sweep_dir, finished_sweep) -> Iterator[MlflowServer]:
         process = subprocess.Popen(command, cwd=sweep_dir, stdout=log_file, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         try:
-            wait_until_healthy(server, process)
+            wait_for_http(f"{server.base_url}/health", process, STARTUP_TIMEOUT_S, "mlflow server", server.log_tail)
             yield server
         finally:
             stop_process_group(process)
