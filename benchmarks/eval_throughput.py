@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import time
 
 import torch
 
 from clipbench.data import load_shapes
+from clipbench.evaluation import device_name
 from clipbench.inference import run_inference
 from clipbench.loading import ModelSpec, load_model
 from clipbench.offline_model import OFFLINE_CHECKPOINT
@@ -41,7 +41,8 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--templates", default="openai")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
 
     checkpoint = args.checkpoint or (str(OFFLINE_CHECKPOINT) if args.model == "clipbench-tiny" else None)
     loaded = load_model(ModelSpec(args.model, args.pretrained, checkpoint, args.device, args.precision))
@@ -64,7 +65,7 @@ def main() -> None:
 
     report = {
         "model": args.model, "pretrained": args.pretrained, "device": str(loaded.device),
-        "device_name": torch.cuda.get_device_name(loaded.device) if loaded.device.type == "cuda" else platform.processor(),
+        "device_name": device_name(loaded.device),
         "precision": args.precision, "torch_threads": torch.get_num_threads(), "images": len(images),
         "load_time_s": loaded.load_time_s, "classifier_build_s": timings["classifier_build_s"], "runs": rows,
     }
