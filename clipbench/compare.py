@@ -123,8 +123,8 @@ def _sweep_runs(client: MlflowClient, sweep_id: str) -> list[Run]:
         for run in _search_all(client, experiment_id, f"tags.`{tag}` = '{sweep_id}'"):
             by_id[run.info.run_id] = run
 
-    # A resumed sweep skips jobs that a run outside the sweep already evaluated; the parent
-    # names each such run in a tag "clipbench.reused.<position>", and it takes that position here.
+    # A resumed sweep skips jobs that a run outside the sweep already evaluated. The parent
+    # names each such run in a tag "clipbench.reused.<position>", so the run takes that position here.
     for tag, run_id in parent.data.tags.items():
         if tag.startswith(REUSED_TAG_PREFIX) and run_id not in by_id:
             reused = client.get_run(run_id)

@@ -45,7 +45,7 @@ _RUNTIME_NOT_IN_FINGERPRINT = {"progress", "num_workers", "feature_cache", "cach
 
 @dataclass(frozen=True)
 class SweepInfo:
-    """What a job needs to attach its run to the sweep's parent run."""
+    """Location of a sweep's parent run, which each job attaches its run to."""
 
     parent_run_id: str
     tracking_uri: str
@@ -173,7 +173,7 @@ def _job_params(cfg: EvalConfig) -> dict[str, object]:
 
 
 def _note_reused_run(info: SweepInfo, position: int, run_id: str) -> None:
-    """Point the parent run at a FINISHED run from outside this sweep that stands in for a job."""
+    """Tag the parent run with a FINISHED run from outside this sweep that replaces one of its jobs."""
     client = MlflowClient(info.tracking_uri)
     if client.get_run(run_id).data.tags.get(SWEEP_ID_TAG) != info.parent_run_id:
         client.set_tag(info.parent_run_id, f"{REUSED_TAG_PREFIX}{position}", run_id)

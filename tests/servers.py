@@ -1,4 +1,4 @@
-"""Helpers for tests that start a local server: a free port and a bounded wait for it to answer."""
+"""Helpers for tests that start a local server: a free port and a bounded wait until it responds."""
 
 from __future__ import annotations
 
