@@ -92,7 +92,7 @@ def eval_job(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_config.runtime.output_dir)
     sweep = read_sweep_info(hydra_config.sweep.dir) if hydra_config.mode == RunMode.MULTIRUN else None
     if sweep is not None:
-        result = run_sweep_job(typed, run_dir, sweep, hydra_config.job.num)
+        result = run_sweep_job(typed, run_dir, sweep, hydra_config.job.num, sweep.job_label(list(hydra_config.overrides.task)))
         return None if result is None else result.report.top1
 
     try:
@@ -111,6 +111,28 @@ def eval_job(cfg: DictConfig) -> float | None:
     return result.report.top1
 
 
+# Launcher presets in conf/hydra/launcher/ whose plugin is an optional extra.
+_LAUNCHER_PLUGINS = {
+    "slurm": ("hydra_plugins.hydra_submitit_launcher", 'pip install -e ".[slurm]"'),
+    "ray": ("hydra_plugins.hydra_ray_launcher", 'pip install -e ".[ray]"'),
+}
+
+
+def _missing_launcher_plugin(arguments: Sequence[str]) -> str | None:
+    """Return an error message when a sweep selects a launcher preset whose plugin is not installed."""
+    import importlib.util
+
+    if not any(a in _MULTIRUN_FLAGS for a in arguments):
+        return None
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        if key == "hydra/launcher" and value in _LAUNCHER_PLUGINS:
+            module, install = _LAUNCHER_PLUGINS[value]
+            if importlib.util.find_spec(module) is None:
+                return f"hydra/launcher={value} needs the plugin {module.split('.')[-1]}: {install}"
+    return None
+
+
 def run_eval_command(arguments: Sequence[str]) -> int:
     arguments = list(arguments)
     verbose = any(a in ("-v", "--verbose") for a in arguments) or os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -118,6 +140,10 @@ def run_eval_command(arguments: Sequence[str]) -> int:
     if verbose:
         arguments.append("verbose=true")
         os.environ["HYDRA_FULL_ERROR"] = "1"
+
+    missing_plugin = _missing_launcher_plugin(arguments)
+    if missing_plugin:
+        return _fail("eval", missing_plugin, 2)
 
     if not any(a.split("=")[0] in _HYDRA_INFO_FLAGS for a in arguments):
         overrides = [a for a in arguments if a not in _MULTIRUN_FLAGS and not a.startswith("-")]

@@ -25,14 +25,14 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from clipbench.errors import ConfigError
 from clipbench.tracking import TrackingError, resolve_tracking_uri
-from clipbench.sweep import REUSED_TAG_PREFIX, SWEEP_ID_TAG, SWEEP_PARENT_TAG, SWEEP_POSITION_TAG
+from clipbench.sweep import OVERRIDES_TAG, REUSED_TAG_PREFIX, SWEEP_ID_TAG, SWEEP_PARENT_TAG, SWEEP_POSITION_TAG
 from clipbench.tracking.runs import ERROR_TAG
 from clipbench.tracking.store import redact_uri
 
 logger = logging.getLogger(__name__)
 
 
-COMPARISON_COLUMNS = ["model", "pretrained", "top1", "top5", "mean_per_class_recall", "load_time_s",
+COMPARISON_COLUMNS = ["model", "pretrained", "overrides", "top1", "top5", "mean_per_class_recall", "load_time_s",
                       "throughput_images_per_s", "latency_ms_p50", "params_millions", "gflops_per_image"]
 RUN_COLUMNS = ["run_id", "status", "sweep_position", "error", *COMPARISON_COLUMNS]
 
@@ -137,6 +137,21 @@ def _sweep_runs(client: MlflowClient, sweep_id: str) -> list[Run]:
     return list(by_id.values())
 
 
+def _latest_attempts(runs: list[Run]) -> list[Run]:
+    """Keep one run per sweep position: a FINISHED run over a FAILED one, else the newest.
+
+    A resumed sweep runs a failed job again, so its position can have several attempts.
+    ``runs`` must be sorted by start time.
+    """
+    chosen: dict[str, Run] = {}
+    for run in runs:
+        position = run.data.tags.get(SWEEP_POSITION_TAG, run.info.run_id)
+        earlier = chosen.get(position)
+        if earlier is None or not (earlier.info.status == _FINISHED and run.info.status != _FINISHED):
+            chosen[position] = run
+    return sorted(chosen.values(), key=lambda run: run.info.start_time or 0)
+
+
 def _float_or_nan(value: object) -> float:
     try:
         return float(value)
@@ -158,6 +173,7 @@ def _run_row(run: Run) -> dict[str, object]:
         "error": tags.get(ERROR_TAG, ""),
         "model": params.get("model", ""),
         "pretrained": params.get("pretrained", ""),
+        "overrides": tags.get(OVERRIDES_TAG, ""),
     }
 
     for column in _METRIC_COLUMNS:
@@ -189,6 +205,8 @@ def collect_runs(tracking_uri: str | None, experiment_name: str | None = None,
 
     ended_runs = [run for run in runs if run.info.status in (_FINISHED, _FAILED)]
     ended_runs.sort(key=lambda run: run.info.start_time or 0)
+    if sweep_id is not None:
+        ended_runs = _latest_attempts(ended_runs)
     logger.info("Read %d runs (%d skipped as running or killed) from %s", len(ended_runs),
                 len(runs) - len(ended_runs), redact_uri(resolved_uri))
 
@@ -255,7 +273,10 @@ def pareto_front(table: pandas.DataFrame, x: str = DEFAULT_X, y: str = DEFAULT_Y
     return on_front
 
 
-def _run_label(model: object, pretrained: object) -> str:
+def _run_label(model: object, pretrained: object, overrides: object = "") -> str:
+    """Label a point by its job's overrides when the sweep set any, else by model/pretrained."""
+    if isinstance(overrides, str) and overrides.strip():
+        return overrides
     if pandas.isna(pretrained) or str(pretrained) in ("", "None"):
         return str(model)
     return f"{model}/{pretrained}"
@@ -264,7 +285,7 @@ def _run_label(model: object, pretrained: object) -> str:
 def scatter_figure(table: pandas.DataFrame, x: str = DEFAULT_X, y: str = DEFAULT_Y) -> Figure:
     """Plot ``y`` against ``x`` for the runs of a comparison table and mark the Pareto front.
 
-    Each point is labelled model/pretrained. The front is drawn as a line through its
+    Each point is labelled with its job's overrides, or model/pretrained outside a sweep. The front is drawn as a line through its
     points, in x order, with star markers. Runs missing ``x`` or ``y`` are left out.
     """
     on_front = pareto_front(table, x, y)
@@ -277,8 +298,9 @@ def scatter_figure(table: pandas.DataFrame, x: str = DEFAULT_X, y: str = DEFAULT
     axes.plot(front[x], front[y], color="tab:red", marker="*", markersize=14, linestyle="-",
               label="Pareto front", zorder=3)
 
-    for model, pretrained, x_value, y_value in zip(plotted["model"], plotted["pretrained"], plotted[x], plotted[y]):
-        axes.annotate(_run_label(model, pretrained), (x_value, y_value), textcoords="offset points",
+    labelled = zip(plotted["model"], plotted["pretrained"], plotted["overrides"], plotted[x], plotted[y])
+    for model, pretrained, overrides, x_value, y_value in labelled:
+        axes.annotate(_run_label(model, pretrained, overrides), (x_value, y_value), textcoords="offset points",
                       xytext=(5, 5), fontsize=8)
 
     if plotted.empty:

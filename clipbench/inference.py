@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
 from dataclasses import dataclass, field
 
@@ -46,10 +47,13 @@ def make_loader(images: LabeledImages, loaded: LoadedModel, batch_size: int, num
                 max_image_pixels: int | None = None) -> torch.utils.data.DataLoader:
     """DataLoader that decodes in workers and keeps data set order (predictions stay comparable)."""
     dataset = EvaluationDataset(images, loaded.preprocess, max_image_pixels)
+    # The platform's default start method, named explicitly: inside a joblib (loky) worker the
+    # process-wide default context is loky's, which cannot start DataLoader workers.
+    context = multiprocessing.get_context(multiprocessing.get_all_start_methods()[0]) if num_workers > 0 else None
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
         collate_fn=collate_decoded, pin_memory=loaded.device.type == "cuda",
-        persistent_workers=False,
+        persistent_workers=False, multiprocessing_context=context,
     )
 
 

@@ -36,6 +36,7 @@ SWEEP_PARENT_TAG = "clipbench.sweep_parent"
 SWEEP_POSITION_TAG = "clipbench.sweep_position"
 FINGERPRINT_TAG = "clipbench.config_fingerprint"
 REUSED_TAG_PREFIX = "clipbench.reused."
+OVERRIDES_TAG = "clipbench.overrides"
 
 # Settings that do not change an evaluation's results, left out of its fingerprint.
 _NOT_IN_FINGERPRINT = {"tracking", "verbose", "sweep"}
@@ -50,6 +51,11 @@ class SweepInfo:
     parent_run_id: str
     tracking_uri: str
     experiment_name: str
+    swept_keys: tuple[str, ...] = ()
+
+    def job_label(self, job_overrides: list[str]) -> str:
+        """Return the overrides of a job that the sweep varies, such as ``model=rn50_openai``."""
+        return " ".join(o for o in job_overrides if o.split("=", 1)[0].lstrip("+~") in self.swept_keys)
 
 
 def config_fingerprint(cfg: EvalConfig) -> str:
@@ -66,8 +72,12 @@ def config_fingerprint(cfg: EvalConfig) -> str:
 
 
 def sweep_key(task_overrides: list[str], experiment_name: str) -> str:
-    """Identify a sweep command: the same overrides in any order give the same key."""
-    payload = json.dumps({"overrides": sorted(task_overrides), "experiment": experiment_name})
+    """Identify a sweep command: the same overrides in any order give the same key.
+
+    ``sweep.*`` settings (force, resume) are left out, so a forced re-run reuses the parent run.
+    """
+    kept = sorted(o for o in task_overrides if not o.lstrip("+~").startswith("sweep."))
+    payload = json.dumps({"overrides": kept, "experiment": experiment_name})
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
@@ -100,12 +110,13 @@ def open_parent_run(tracking_uri: str, experiment_name: str, key: str, overrides
             f"tags.`{SWEEP_ID_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'"))
         for run in stale:
             client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.KILLED))
-        log.info("Resuming sweep %s (parent run %s)", key, parent_run_id)
+        log.info("Resuming sweep: parent run %s (sweep key %s)", parent_run_id, key)
         return parent_run_id
 
     run = client.create_run(experiment_id, run_name=f"sweep-{key}", tags={
         SWEEP_KEY_TAG: key, SWEEP_PARENT_TAG: "true", "clipbench.sweep_overrides": " ".join(overrides)[:5000]})
-    log.info("Started sweep %s (parent run %s)", key, run.info.run_id)
+    log.info("Started sweep: parent run %s (sweep key %s); compare it later with clipbench compare --sweep %s",
+             run.info.run_id, key, run.info.run_id)
     return run.info.run_id
 
 
@@ -113,7 +124,17 @@ def read_sweep_info(sweep_dir: str | Path) -> SweepInfo | None:
     path = Path(sweep_dir) / SWEEP_FILE
     if not path.is_file():
         return None
-    return SweepInfo(**json.loads(path.read_text()))
+    values = json.loads(path.read_text())
+    values["swept_keys"] = tuple(values.get("swept_keys", ()))
+    return SweepInfo(**values)
+
+
+def swept_keys(command_overrides: list[str]) -> tuple[str, ...]:
+    """Return the keys that a sweep command varies (``model`` in ``model=a,b``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(command_overrides)
+    return tuple(o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override())
 
 
 def _tracking_settings(config: DictConfig) -> tuple[str, str]:
@@ -134,7 +155,7 @@ class SweepCallback(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        info = SweepInfo(parent_run_id, tracking_uri, experiment_name)
+        info = SweepInfo(parent_run_id, tracking_uri, experiment_name, swept_keys(overrides))
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(dataclasses.asdict(info)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -162,8 +183,9 @@ def write_sweep_report(info: SweepInfo, output_dir: Path) -> list[Path]:
     return paths
 
 
-def sweep_tags(info: SweepInfo, position: int, fingerprint: str) -> dict[str, str]:
-    return {SWEEP_ID_TAG: info.parent_run_id, SWEEP_POSITION_TAG: str(position), FINGERPRINT_TAG: fingerprint}
+def sweep_tags(info: SweepInfo, position: int, fingerprint: str, overrides: str = "") -> dict[str, str]:
+    return {SWEEP_ID_TAG: info.parent_run_id, SWEEP_POSITION_TAG: str(position), FINGERPRINT_TAG: fingerprint,
+            OVERRIDES_TAG: overrides}
 
 
 
@@ -179,11 +201,12 @@ def _note_reused_run(info: SweepInfo, position: int, run_id: str) -> None:
         client.set_tag(info.parent_run_id, f"{REUSED_TAG_PREFIX}{position}", run_id)
 
 
-def run_sweep_job(cfg: EvalConfig, run_dir: Path, info: SweepInfo, position: int):
+def run_sweep_job(cfg: EvalConfig, run_dir: Path, info: SweepInfo, position: int, overrides: str = ""):
     """Run one job of a sweep: skip it when already evaluated, record it as FAILED when it cannot run.
 
-    Returns the EvaluationResult, or None for a skipped or failed job, so that one failing
-    job never stops the others.
+    ``overrides`` are the job's own Hydra overrides, recorded so that the comparison report
+    can tell the jobs apart. Returns the EvaluationResult, or None for a skipped or failed
+    job, so that one failing job never stops the others.
     """
     from clipbench.errors import ClipbenchError
     from clipbench.evaluation import run_evaluation
@@ -198,7 +221,7 @@ def run_sweep_job(cfg: EvalConfig, run_dir: Path, info: SweepInfo, position: int
                      position, existing)
             return None
 
-    tags = sweep_tags(info, position, fingerprint)
+    tags = sweep_tags(info, position, fingerprint, overrides)
     try:
         return run_evaluation(cfg, run_dir, parent_run_id=info.parent_run_id, extra_tags=tags)
     except ClipbenchError as err:

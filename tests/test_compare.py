@@ -284,9 +284,9 @@ def test_write_report_markdown(sweep, tracking_uri, tmp_path):
     markdown = write_report(runs, tmp_path / "report")[1].read_text()
     table_part, failed_part = markdown.split("## Failed runs")
 
-    assert "| rank | model | pretrained | top1 |" in table_part
-    assert "| 1 | vit_l14 | laion2b_s32b_b82k | 0.75 | 0.94 |" in table_part
-    assert "| 4 | rn50 | openai | 0.55 |" in table_part
+    assert "| rank | model | pretrained | overrides | top1 |" in table_part
+    assert "| 1 | vit_l14 | laion2b_s32b_b82k |  | 0.75 | 0.94 |" in table_part
+    assert "| 4 | rn50 | openai |  | 0.55 |" in table_part
     assert "vit_h14" not in table_part
     assert "| sweep_position | model | error |" in failed_part
     assert "| 4 | vit_h14 | ModelLoadError: weights for vit_h14 \\| not found |" in failed_part

@@ -156,8 +156,9 @@ def test_failing_job_recorded(tmp_path, tracking_uri):
 
 @pytest.mark.slow
 def test_parallel_joblib_sweep(tmp_path, tracking_uri):
+    # The last override starts DataLoader workers inside the joblib workers.
     completed = run_sweep(tmp_path, "dataset.images_per_class=1,2,3,4", "hydra/launcher=local_parallel",
-                          "hydra.launcher.n_jobs=4")
+                          "hydra.launcher.n_jobs=4", "runtime.num_workers=2")
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "n_jobs=4" in completed.stdout + completed.stderr
 
@@ -231,3 +232,39 @@ def test_reused_run_in_new_sweep_report(tmp_path, tracking_uri):
     runs = collect_runs(tracking_uri, sweep_id=newest.info.run_id)
     assert len(runs) == 2
     assert sorted(runs["sweep_position"].tolist()) == [0, 1]
+
+
+def test_missing_launcher_plugin_one_line(tmp_path):
+    completed = run_cli(["eval", "-m", "model=clipbench_tiny", "hydra/launcher=slurm"], cwd=tmp_path)
+    assert completed.returncode == 2
+    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert 'pip install -e ".[slurm]"' in lines[0]
+
+
+@pytest.mark.slow
+def test_report_names_job_overrides(tmp_path, tracking_uri):
+    completed = run_sweep(tmp_path, "dataset.images_per_class=1,2")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    from clipbench.compare import collect_runs
+
+    parents, _ = sweep_runs(tracking_uri)
+    runs = collect_runs(tracking_uri, sweep_id=parents[0].info.run_id)
+    assert sorted(runs["overrides"]) == ["dataset.images_per_class=1", "dataset.images_per_class=2"]
+
+
+@pytest.mark.slow
+def test_rerun_failed_job_listed_once(tmp_path, tracking_uri):
+    overrides = ("model=clipbench_tiny,vit_b32_laion2b", f"model.cache_dir={tmp_path / 'hub'}")
+    for _ in range(2):
+        completed = run_sweep(tmp_path, *overrides, env_updates={"HF_HUB_OFFLINE": "1"})
+        assert completed.returncode == 0, completed.stderr[-3000:]
+
+    from clipbench.compare import collect_runs
+
+    parents, children = sweep_runs(tracking_uri)
+    assert len(parents) == 1
+    assert len([c for c in children if c.info.status == "FAILED"]) == 2
+    runs = collect_runs(tracking_uri, sweep_id=parents[0].info.run_id)
+    assert sorted(runs["status"]) == ["FAILED", "FINISHED"]
