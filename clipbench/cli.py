@@ -1,4 +1,4 @@
-"""The ``clipbench`` command line: ``clipbench eval [Hydra overrides]``.
+"""The ``clipbench`` command line: ``eval`` (Hydra), ``compare`` and ``shapes``.
 
 Configuration mistakes end with one line on stderr and exit status 2; input and loading
 errors (missing data folder, unavailable weights) end with one line and status 1. Add

@@ -76,8 +76,8 @@ def sweep_key(task_overrides: list[str], experiment_name: str) -> str:
 
     ``sweep.*`` settings (force, resume) are left out, so a forced re-run reuses the parent run.
     """
-    kept = sorted(o for o in task_overrides if not o.lstrip("+~").startswith("sweep."))
-    payload = json.dumps({"overrides": kept, "experiment": experiment_name})
+    identifying = sorted(o for o in task_overrides if not o.lstrip("+~").startswith("sweep."))
+    payload = json.dumps({"overrides": identifying, "experiment": experiment_name})
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
