@@ -1,8 +1,8 @@
 """Typed schema of the ``clipbench eval`` configuration.
 
-The YAML files under ``conf/`` are composed by Hydra; the result is merged into these
-dataclasses, so a misspelt key or a value of the wrong type fails with the key's full name
-before any model is loaded.
+Hydra composes the YAML files under ``conf/`` on top of these dataclasses. A misspelt key
+or a value of the wrong type therefore fails with the key's full name before any model is
+loaded.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def write_json(path: Path, payload: Mapping[str, Any]) -> Path:
 
 
 def write_per_class(path: Path, report: ClassificationReport, classes: ClassIndex) -> Path:
-    """One row per class that has images: id, name, image count, recall (per-class accuracy)."""
+    """Write one CSV row per class that has images: id, name, image count and recall (per-class accuracy)."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["class_index", "wnid", "classname", "num_images", "accuracy"])

@@ -68,16 +68,16 @@ def apply_limits(samples: Sequence[Sample], limit_per_class: int | None, limit_t
             raise ConfigError(f"dataset.{name} must be at least 1 or null, got {value}")
 
     counts: dict[int, int] = defaultdict(int)
-    kept: list[Sample] = []
+    limited: list[Sample] = []
     for sample in samples:
         if limit_per_class is None or counts[sample.label] < limit_per_class:
             counts[sample.label] += 1
-            kept.append(sample)
-    if limit_total is None or len(kept) <= limit_total:
-        return kept
+            limited.append(sample)
+    if limit_total is None or len(limited) <= limit_total:
+        return limited
 
     by_class: dict[int, list[Sample]] = defaultdict(list)
-    for sample in kept:
+    for sample in limited:
         by_class[sample.label].append(sample)
     queues = [by_class[label] for label in sorted(by_class)]
     interleaved: list[Sample] = []
